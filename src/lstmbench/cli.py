@@ -81,6 +81,11 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="storage URL (default: $LSTMBENCH_STORAGE, the file's, sqlite:///lstmbench.db)",
     )
+    p.add_argument(
+        "--data-dir",
+        metavar="P",
+        help="read the study's images from P on this machine (overrides the file)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
@@ -102,7 +107,9 @@ def _data_config(args: argparse.Namespace, **overrides: Any) -> DataConfig:
 
 
 @contextmanager
-def _progress(total: int, description: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
+def _progress(
+    total: int | None, description: str, enabled: bool = True
+) -> Iterator[Callable[..., None]]:
     """A progress bar on stderr; yields ``advance(n=1, note="")``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -214,10 +221,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _study_and_storage(args: argparse.Namespace) -> tuple[Any, str]:
     """The validated study file and the resolved storage URL (nothing opened yet)."""
-    from lstmbench.space import load_study_file
+    from lstmbench.space import load_study_file, with_data_dir
     from lstmbench.storage import resolve_url
 
-    spec = load_study_file(args.study)
+    spec = with_data_dir(load_study_file(args.study), getattr(args, "data_dir", None))
     return spec, resolve_url(args.storage, spec.storage)
 
 
@@ -291,6 +298,59 @@ def cmd_status(args: argparse.Namespace) -> int:
     spec, url = _study_and_storage(args)
     _print_status(spec.name, url)
     return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lstmbench.export import FORMATS, print_leaderboard, publish_to_study, write_exports
+    from lstmbench.leaderboard import build_leaderboard
+    from lstmbench.storage import artifact_dir, load_existing_study, open_storage
+
+    spec, url = _study_and_storage(args)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(
+            f"unknown format {unknown[0] if unknown else '(none)'!r} in "
+            f"--formats; choose from: {','.join(FORMATS)}"
+        )
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    study = load_existing_study(spec.name, open_storage(url, must_exist=True), url)
+    out = Path(args.out or Path("leaderboard") / spec.name)
+    with _progress(None, "re-evaluating", enabled=True) as advance:
+        board = build_leaderboard(
+            study,
+            spec,
+            seeds=args.seeds,
+            retrain=not args.no_retrain,
+            device=args.device,
+            jobs=args.jobs,
+            on_run=lambda note: advance(note=note),
+        )
+    written = write_exports(board, study, out, formats)
+    publish_to_study(study, board, written.get("png", []), artifact_dir(args.artifacts))
+    print_leaderboard(board)
+    for fmt_name, paths in written.items():
+        print(f"{fmt_name:>4}: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from lstmbench.dashboard import serve
+    from lstmbench.storage import artifact_dir, resolve_url
+
+    serve(resolve_url(args.storage, None), args.host, args.port, artifact_dir(args.artifacts))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lstmbench.demo import run_demo
+
+    return run_demo(
+        storage=args.storage, workers=args.workers, seeds=args.seeds, out=args.out, fresh=args.fresh
+    )
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -379,6 +439,46 @@ def build_parser() -> Parser:
     p = sub.add_parser("status", help="trial counts by state and variant, and the best so far")
     _add_study_args(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("leaderboard", help="best of each variant vs the CNN, with seeds and CIs")
+    _add_study_args(p)
+    p.add_argument("--seeds", type=int, default=3, metavar="K", help="re-training seeds (3)")
+    p.add_argument("--out", metavar="DIR", help="export directory (default leaderboard/STUDY)")
+    p.add_argument("--formats", default="csv,json,md,html,png", metavar="LIST")
+    p.add_argument("--no-retrain", action="store_true", help="use cached re-evaluations only")
+    p.add_argument("--device", default="auto", metavar="DEV")
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="parallel re-training processes"
+    )
+    p.add_argument(
+        "--artifacts", metavar="DIR", help="artifact store (default lstmbench-artifacts)"
+    )
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the study storage")
+    p.add_argument(
+        "--storage", metavar="URL", help="default: $LSTMBENCH_STORAGE or sqlite:///lstmbench.db"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--artifacts", metavar="DIR", help="artifact store (default lstmbench-artifacts)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("demo", help="the whole product in ~2 minutes, offline: search, leaderboard")
+    p.add_argument(
+        "--storage", metavar="URL", help="default: $LSTMBENCH_STORAGE or sqlite:///lstmbench.db"
+    )
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--out", metavar="DIR", help="export directory (default leaderboard/demo)")
+    p.add_argument(
+        "--fresh", action="store_true", help="delete the demo study first and start over"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -396,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"lstmbench {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "study_command", None))))
+        print(f"lstmbench {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lstmbench: interrupted", file=sys.stderr)

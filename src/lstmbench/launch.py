@@ -107,6 +107,8 @@ def launch(
         ]
         if heartbeat_interval:
             cmd += ["--heartbeat-interval", str(heartbeat_interval)]
+        if spec.data.data_dir:  # keeps a --data-dir override
+            cmd += ["--data-dir", spec.data.data_dir]
         log_path = log_dir / f"worker-{i}.log"
         with open(log_path, "ab") as log_file:
             # A session of its own: the launcher decides which signals reach the worker.

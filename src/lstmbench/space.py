@@ -22,7 +22,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "search": {"balanced": True, **{name: None for name in DIMENSIONS}},
 }
 SAMPLERS = ("tpe", "random", "grid")
+LOCATION_KEYS = ("data_dir", "cache_dir", "download")
 PRUNERS = ("none", "median", "hyperband")
 METRICS = ("val_accuracy",)
 
@@ -189,9 +190,20 @@ class StudySpec:
         study; these may not, since trials made under different ones would not be comparable.
         """
         part = {k: self.resolved[k] for k in ("data", "objective", "search", "enqueue")}
+        # Where the files live is not what a trial means: machines differ in their paths.
+        part["data"] = {k: v for k, v in part["data"].items() if k not in LOCATION_KEYS}
         part["epochs"] = self.resolved["budget"]["epochs"]
         blob = json.dumps(part, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def with_data_dir(spec: StudySpec, data_dir: str | None) -> StudySpec:
+    """``spec`` reading its images from ``data_dir`` (a per-machine override; same search)."""
+    if not data_dir:
+        return spec
+    data = replace(spec.data, data_dir=data_dir)
+    resolved = {**spec.resolved, "data": {**spec.resolved["data"], "data_dir": data_dir}}
+    return replace(spec, data=data, resolved=resolved)
 
 
 # --- parsing and validation -----------------------------------------------------------------------
@@ -234,7 +246,7 @@ def parse_study(raw: dict[str, Any], path: str = "<study>") -> StudySpec:
 
     study = sections["study"]
     if not isinstance(study["name"], str) or not study["name"].strip():
-        raise fail("[study] name", 'missing; give the study a name, e.g. name = "my-search"')
+        raise fail("[study] name", 'must be a non-empty string, e.g. name = "my-search"')
 
     data_fields = {k: v for k, v in sections["data"].items() if v is not None}
     try:

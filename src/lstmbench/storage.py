@@ -72,6 +72,12 @@ def mask_url(url: str) -> str:
         return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
+def artifact_dir(cli: str | None = None) -> Path:
+    """Where plots are stored as study artifacts: flag, ``$LSTMBENCH_ARTIFACTS``, or
+    ``./lstmbench-artifacts`` (the dashboard reads the same place)."""
+    return Path(cli or os.environ.get("LSTMBENCH_ARTIFACTS") or "lstmbench-artifacts")
+
+
 def resolve_url(cli: str | None, study_file: str | None) -> str:
     """Apply the precedence: flag, environment, study file, embedded default."""
     return cli or os.environ.get("LSTMBENCH_STORAGE") or study_file or DEFAULT_STORAGE
@@ -143,16 +149,22 @@ def _scheme(url: str) -> str:
 
 
 def open_storage(
-    url: str, heartbeat_interval: int | None = None, max_retries: int = 2
+    url: str,
+    heartbeat_interval: int | None = None,
+    max_retries: int = 2,
+    must_exist: bool = False,
 ) -> BaseStorage:
     """An Optuna storage for ``url``. With ``heartbeat_interval`` (RDB only), trials whose
-    worker stops beating for twice that long are failed and re-queued up to ``max_retries``."""
+    worker stops beating for twice that long are failed and re-queued up to ``max_retries``.
+    ``must_exist`` refuses to create a new SQLite or journal file (for read-only commands)."""
     scheme = _scheme(url)
     masked = mask_url(url)
     if scheme == "journal":
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = Path(url.split(":", 1)[1].removeprefix("//")).expanduser()
+        if must_exist and not path.is_file():
+            raise StorageError(f"journal storage {masked}: no such file; check --storage")
         if not path.parent.is_dir():
             raise StorageError(f"journal storage {masked}: directory {path.parent} does not exist")
         return JournalStorage(JournalFileBackend(str(path)))
@@ -173,6 +185,8 @@ def open_storage(
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:" and not Path(path).expanduser().parent.is_dir():
             raise StorageError(f"storage {masked}: directory {Path(path).parent} does not exist")
+        if must_exist and path != ":memory:" and not Path(path).expanduser().is_file():
+            raise StorageError(f"storage {masked}: no such database file; check --storage")
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if scheme == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": 60}  # wait out other workers' write locks
