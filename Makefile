@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/lstmbench reproduce --dataset synthetic --epochs 2 --limit-train 2000 --limit-test 1000
+	$(BIN)/lstmbench demo
 
+# Debian packages (chromium for the browser tests, docker-compose to validate the compose file)
+# and the database servers come first; the tests create and drop their own databases.
 test: $(STAMP)
+	bash scripts/install-test-deps.sh
+	bash scripts/test-services.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -353,6 +353,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_storage_proxy(args: argparse.Namespace) -> int:
+    from lstmbench.storage import serve_grpc_proxy
+
+    serve_grpc_proxy(args.storage, args.host, args.port)
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -479,6 +486,13 @@ def build_parser() -> Parser:
     )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("storage-proxy", help="Optuna's gRPC storage proxy in front of an RDB")
+    p.add_argument("--storage", required=True, metavar="URL", help="the RDB the proxy serves")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=13000)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=cmd_storage_proxy)
     return parser
 
 

@@ -279,6 +279,8 @@ def _load_imagefolder(cfg: DataConfig) -> RawSplits:
             "DIR/test/<class>/*.jpg, or DIR/<class>/*.jpg, with at least 2 classes"
         )
     key = f"imagefolder-{_files_fingerprint(all_paths)}"
+    if not split_layout:  # the 80/20 split depends on the seed, so the cache must too
+        key += f"-split{cfg.split_seed}"
 
     def build() -> RawSplits:
         def decode(files: dict[str, list[Path]]) -> tuple[torch.Tensor, torch.Tensor]:

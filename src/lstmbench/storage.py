@@ -349,3 +349,27 @@ def summarize_by_variant(study: optuna.Study) -> list[VariantSummary]:
         ):
             row["best"], row["trial"] = t.value, t.number
     return [VariantSummary(v, r["counts"], r["best"], r["trial"]) for v, r in rows.items()]
+
+
+def serve_grpc_proxy(url: str, host: str, port: int) -> None:
+    """Run Optuna's gRPC proxy for the RDB at ``url`` until interrupted.
+
+    Workers then use ``grpc://HOST:PORT`` and hold no database connection of their own, which is
+    what lets hundreds of them share one database. The price: heartbeats need a direct RDB
+    connection, so trials of workers killed behind the proxy are not failed and retried
+    automatically.
+    """
+    if _scheme(url) not in RDB_SCHEMES:
+        raise StorageError(f"the storage proxy serves an RDB URL, got {mask_url(url)}")
+    try:
+        from optuna.storages import run_grpc_proxy_server
+    except ImportError:  # pragma: no cover
+        raise StorageError("the gRPC proxy needs grpcio; pip install 'lstmbench[grpc]'") from None
+    storage = open_storage(url)
+    log.warning("gRPC storage proxy for %s on %s:%d", mask_url(url), host, port)
+    try:
+        run_grpc_proxy_server(storage, host=host, port=port)
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"the gRPC proxy needs {exc.name!r}; pip install 'lstmbench[grpc]'"
+        ) from None
