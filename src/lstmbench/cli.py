@@ -305,7 +305,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     from lstmbench.export import FORMATS, print_leaderboard, publish_to_study, write_exports
     from lstmbench.leaderboard import build_leaderboard
-    from lstmbench.storage import artifact_dir, load_existing_study, open_storage
+    from lstmbench.storage import (
+        artifact_dir,
+        check_same_search,
+        load_existing_study,
+        open_storage,
+    )
 
     spec, url = _study_and_storage(args)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -318,6 +323,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     study = load_existing_study(spec.name, open_storage(url, must_exist=True), url)
+    check_same_search(study, spec, url)  # the file must describe the study it scores
     out = Path(args.out or Path("leaderboard") / spec.name)
     with _progress(None, "re-evaluating", enabled=True) as advance:
         board = build_leaderboard(

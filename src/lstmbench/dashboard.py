@@ -30,7 +30,8 @@ def serve(url: str, host: str, port: int, artifacts: Path) -> None:
             file=sys.stderr,
         )
     artifacts.mkdir(parents=True, exist_ok=True)
-    print(f"optuna-dashboard for {mask_url(url)} at http://{host}:{port}/ (Ctrl-C stops it)",
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address needs brackets in a URL
+    print(f"optuna-dashboard for {mask_url(url)} at http://{shown}:{port}/ (Ctrl-C stops it)",
           file=sys.stderr, flush=True)  # fmt: skip
     optuna_dashboard.run_server(storage, host=host, port=port,
                                 artifact_store=FileSystemArtifactStore(str(artifacts)))  # fmt: skip

@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,13 +195,16 @@ def open_storage(
         engine_kwargs.update(pool_recycle=300, pool_size=2, max_overflow=4)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
+        with warnings.catch_warnings():  # heartbeats are stable in practice; keep stderr clean
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
         kwargs = dict(
             heartbeat_interval=heartbeat_interval,
             grace_period=2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
+            heartbeat_stale_trial_callback=callback,
         )
     try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = _create_rdb_storage(url, engine_kwargs, kwargs)
     except ModuleNotFoundError as exc:
         extra = "postgres" if scheme.startswith("postgres") else "mysql"
         raise StorageError(
@@ -213,6 +217,38 @@ def open_storage(
         raise StorageError(f"cannot open storage {masked}: {mask_url(detail)}") from None
     _add_retries(storage)
     return storage
+
+
+def _create_rdb_storage(
+    url: str, engine_kwargs: dict[str, Any], kwargs: dict[str, Any], attempts: int = 4
+) -> RDBStorage:
+    """``RDBStorage(url)``, tried again on a lost connection or a lost schema-creation race.
+
+    Workers that start together on a fresh database all create its tables at once, and one of
+    them loses (an ``IntegrityError`` on PostgreSQL's catalogue, "table exists" on MySQL); a
+    second try finds the tables made. A server restarting while a worker starts is ridden out
+    the same way. A server that is simply not there still fails within a few seconds.
+    """
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, optuna.exceptions.StorageInternalError) as exc:
+            error: Exception = exc
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if not _is_connection_error(exc):
+                raise
+            error = exc
+        if attempt == attempts:
+            raise error
+        # info, not warning: a user's typo must still end in one line on stderr
+        log.info("opening storage failed (%s); retry %d/%d", error.__class__.__name__, attempt,
+                 attempts - 1)  # fmt: skip
+        time.sleep(delay * (0.5 + random.random()))
+        delay *= 2
+    raise AssertionError("unreachable")
 
 
 # --- studies --------------------------------------------------------------------------------------
@@ -240,7 +276,7 @@ def ensure_study(spec: Any, storage: BaseStorage, url: str) -> optuna.Study:
         study = optuna.load_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner
         )
-        _check_same_search(study, spec, url)
+        check_same_search(study, spec, url)
         return study
     study.set_user_attr(SPEC_ATTR, spec.resolved)
     study.set_user_attr(HASH_ATTR, spec.search_hash())
@@ -252,7 +288,7 @@ def ensure_study(spec: Any, storage: BaseStorage, url: str) -> optuna.Study:
     return study
 
 
-def _check_same_search(study: optuna.Study, spec: Any, url: str) -> None:
+def check_same_search(study: optuna.Study, spec: Any, url: str) -> None:
     stored_hash = study.user_attrs.get(HASH_ATTR)
     if stored_hash is None:
         # Created by workers that had not yet written the attributes (a race), or not by us.

@@ -140,7 +140,7 @@ def _channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(1), x.std(1).clamp_min(1e-6)
 
 
-def _autocast(device: torch.device) -> torch.autocast:
+def mixed_precision(device: torch.device) -> torch.autocast:
     # bf16 on CUDA: no loss scaling needed and the LSTM/conv kernels run on tensor cores.
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -155,7 +155,7 @@ def evaluate(
     preds = []
     for start in range(0, len(labels), EVAL_BATCH):
         batch = images[start : start + EVAL_BATCH].to(device, non_blocking=True)
-        with _autocast(device):
+        with mixed_precision(device):
             preds.append(model(batch.float().div_(255)).argmax(1))
     model.train(was_training)
     predictions = torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
@@ -226,7 +226,7 @@ def train(
             images = train_x[idx].float().div_(255)
             if config.augment:
                 images = augment_batch(images, generator)
-            with _autocast(device):
+            with mixed_precision(device):
                 loss = F.cross_entropy(model(images), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
