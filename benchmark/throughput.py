@@ -13,7 +13,10 @@ same) this measures training samples per second, batch 128, Adam + cross-entropy
   no validation or test split, so no evaluation runs), one epoch of exactly ``--steps`` batches;
   the figure is its ``TrainResult.samples_per_second``.
 * **ceiling**: forward, backward and optimiser step only, on float batches made in advance (no
-  augmentation, no indexing): the most any pipeline could reach with this model here.
+  augmentation, no indexing), in the trainer's precision: the most any pipeline could reach with
+  this model here. Where that precision is bf16 (``auto`` on a GPU or an AVX512-BF16/AMX CPU), a
+  float32 ceiling is measured too, which splits the trainer's gain over the seed into what the
+  batched pipeline wins and what bfloat16 wins. The seed pipeline runs in float32, as the seed did.
 
 All three see the same images: a class-balanced subset (``--images``, default 4096) of the real
 CIFAR-10 training set in ``../shared/datasets/cifar10/train/<class>/*.jpg`` (relative to the repo
@@ -73,10 +76,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from _common import header_lines, machine_ticks
-from lstmbench.config import ModelConfig, TrainConfig
+from lstmbench.config import PRECISIONS, ModelConfig, TrainConfig
 from lstmbench.data import ImageData, make_synthetic
 from lstmbench.models import build
-from lstmbench.train import mixed_precision, train
+from lstmbench.train import mixed_precision, resolve_precision, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR_DIR = REPO_ROOT.parent / "shared" / "datasets" / "cifar10"
@@ -93,7 +96,7 @@ MODELS: dict[str, ModelConfig] = {
 TARGET_VS_SEED = {"cnn": 1.4, "lstm-512": 1.2}
 TARGET_VS_CEILING = 0.9
 
-PIPELINES = ("seed", "seed_w2", "trainer", "ceiling")
+PIPELINES = ("seed", "seed_w2", "trainer", "ceiling", "ceiling_fp32")
 
 
 def note(message: str) -> None:
@@ -303,11 +306,13 @@ def sync(device: torch.device) -> None:
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: str,
 ) -> torch.Tensor:
-    # The trainer's own precision policy (bf16 autocast on CUDA, none on the CPU), so that the
-    # three pipelines differ only in how batches are made.
-    with mixed_precision(x.device):
+    with mixed_precision(x.device, precision):
         loss = cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -323,28 +328,42 @@ def run_seed(
     steps: int,
     device: torch.device,
 ) -> float:
-    """The seed's loop: batches from the per-sample PIL ``DataLoader``; samples/s over ``steps``."""
+    """The seed's loop: batches from the per-sample PIL ``DataLoader``, float32 as the seed ran;
+    samples/s over ``steps``."""
     model, optimizer = fresh_model(config, len(images.classes), device)
     running = 0.0
     for _, (x, y) in zip(range(warmup), loader, strict=False):
-        running += train_step(model, optimizer, x.to(device), y.to(device)).item()
+        running += train_step(model, optimizer, x.to(device), y.to(device), "fp32").item()
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(loader)  # a fresh epoch
     started = time.perf_counter()
     for _ in range(steps):
         x, y = next(batches)
         # .item() is the seed's running loss, a host sync every step
-        running += train_step(model, optimizer, x.to(device), y.to(device)).item()
+        running += train_step(model, optimizer, x.to(device), y.to(device), "fp32").item()
     seconds = time.perf_counter() - started
     del batches
     return steps * BATCH / seconds
 
 
 def run_trainer(
-    config: ModelConfig, images: Images, warmup: int, steps: int, seed: int, device: torch.device
+    config: ModelConfig,
+    images: Images,
+    warmup: int,
+    steps: int,
+    seed: int,
+    device: torch.device,
+    precision: str,
 ) -> float:
     """``lstmbench.train.train`` for one epoch of ``steps`` batches; its ``samples_per_second``."""
     train_config = TrainConfig(
-        model=config, epochs=1, batch_size=BATCH, lr=LR, augment=True, seed=seed, device=str(device)
+        model=config,
+        epochs=1,
+        batch_size=BATCH,
+        lr=LR,
+        augment=True,
+        seed=seed,
+        device=str(device),
+        precision=precision,
     )
     train(train_config, image_data(images, warmup * BATCH), evaluate_test=False)
     result = train(train_config, image_data(images, steps * BATCH), evaluate_test=False)
@@ -352,9 +371,15 @@ def run_trainer(
 
 
 def run_ceiling(
-    config: ModelConfig, images: Images, warmup: int, steps: int, device: torch.device
+    config: ModelConfig,
+    images: Images,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    precision: str,
 ) -> float:
-    """Forward, backward and step only, on float batches made before the clock starts."""
+    """Forward, backward and step only, on float batches made before the clock starts, in the
+    given (resolved) precision."""
     model, optimizer = fresh_model(config, len(images.classes), device)
     distinct = min(steps, len(images.y) // BATCH)
     batches = [
@@ -365,12 +390,12 @@ def run_ceiling(
         for i in range(distinct)
     ]
     for i in range(warmup):
-        train_step(model, optimizer, *batches[i % distinct])
+        train_step(model, optimizer, *batches[i % distinct], precision)
     loss_sum = torch.zeros((), device=device)
     sync(device)
     started = time.perf_counter()
     for i in range(steps):
-        loss_sum += train_step(model, optimizer, *batches[i % distinct])
+        loss_sum += train_step(model, optimizer, *batches[i % distinct], precision)
     sync(device)
     seconds = time.perf_counter() - started
     return steps * BATCH / seconds
@@ -419,6 +444,8 @@ def summarise(m: Measured) -> dict[str, Any]:
         "seed_pipeline_workers2_samples_per_s": r(m.median("seed_w2"), 1),
         "trainer_vs_seed_workers2": r(ratio(trainer, m.median("seed_w2")), 3),
         "seed_vs_ceiling": r(ratio(seed, ceiling), 3),
+        "ceiling_fp32_samples_per_s": r(m.median("ceiling_fp32"), 1),
+        "trainer_vs_ceiling_fp32": r(ratio(trainer, m.median("ceiling_fp32")), 3),
         "spread": {p: r(m.spread(p), 3) for p in PIPELINES if p in m.runs},
         "runs_samples_per_s": {
             p: [round(v, 1) for v in m.runs[p]] for p in PIPELINES if p in m.runs
@@ -453,7 +480,11 @@ def table(rows: list[dict[str, Any]], with_workers: bool) -> str:
     head = ["model", "trainer /s", "seed nw=0 /s"]
     if with_workers:
         head.append("seed nw=2 /s")
-    head += ["ceiling /s", "trainer/seed", "trainer/ceiling", "busy"]
+    head.append("ceiling /s")
+    with_fp32 = any(row["ceiling_fp32_samples_per_s"] is not None for row in rows)
+    if with_fp32:
+        head.append("ceiling fp32 /s")
+    head += ["trainer/seed", "trainer/ceiling", "busy"]
     lines = [head]
     for row in rows:
         line = [
@@ -463,8 +494,10 @@ def table(rows: list[dict[str, Any]], with_workers: bool) -> str:
         ]
         if with_workers:
             line.append(cell(row, "seed_pipeline_workers2_samples_per_s", "seed_w2"))
+        line.append(cell(row, "ceiling_samples_per_s", "ceiling"))
+        if with_fp32:
+            line.append(cell(row, "ceiling_fp32_samples_per_s", "ceiling_fp32"))
         line += [
-            cell(row, "ceiling_samples_per_s", "ceiling"),
             ratio_cell(row["trainer_vs_seed"], row["target_trainer_vs_seed"]),
             ratio_cell(row["trainer_vs_ceiling"], row["target_trainer_vs_ceiling"]),
             f"{row['max_foreign_cpu_share'] * 100:3.0f}%",
@@ -510,6 +543,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the ceiling, and the seed pipeline copies each batch over as the seed did",
     )  # fmt: skip
     parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS,
+        help="the trainer's and the ceiling's precision (auto, the trainer's default)",
+    )  # fmt: skip
+    parser.add_argument(
         "--synthetic", action="store_true",
         help="synthetic images of CIFAR-10's shape even where the real ones are present",
     )  # fmt: skip
@@ -540,8 +577,12 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the JSON
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    precision = resolve_precision(args.precision, device)
     header = header_lines(
-        [f"torch {torch.__version__}, {torch.get_num_threads()} threads; device {where}"]
+        [
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; device {where}; "
+            f"trainer and ceiling in {precision} (--precision {args.precision}), seed in fp32"
+        ]
     )
     for line in header:
         note(line)
@@ -554,14 +595,17 @@ def main(argv: list[str] | None = None) -> int:
     loaders = {"seed": seed_loader(images, 0)}
     if not args.no_workers:
         loaders["seed_w2"] = seed_loader(images, 2)
-    pipelines = [p for p in PIPELINES if p in loaders or p in ("trainer", "ceiling")]  # in order
+    extra = ("trainer", "ceiling") + (("ceiling_fp32",) if precision != "fp32" else ())
+    pipelines = [p for p in PIPELINES if p in loaders or p in extra]  # in order
     meter = CpuMeter()
 
     def measure(pipeline: str, config: ModelConfig, repeat: int) -> float:
         if pipeline == "trainer":
-            return run_trainer(config, images, args.warmup, args.steps, repeat, device)
+            return run_trainer(config, images, args.warmup, args.steps, repeat, device, precision)
         if pipeline == "ceiling":
-            return run_ceiling(config, images, args.warmup, args.steps, device)
+            return run_ceiling(config, images, args.warmup, args.steps, device, precision)
+        if pipeline == "ceiling_fp32":
+            return run_ceiling(config, images, args.warmup, args.steps, device, "fp32")
         return run_seed(config, images, loaders[pipeline], args.warmup, args.steps, device)
 
     results: list[Measured] = []

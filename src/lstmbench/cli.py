@@ -19,6 +19,7 @@ from lstmbench.config import (
     DATASETS,
     LAYOUTS,
     LEARNED_INITS,
+    PRECISIONS,
     READOUTS,
     ConfigError,
     DataConfig,
@@ -163,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
     )
     data = load(config.data)
     with _progress(config.epochs, f"{args.variant}", enabled=not args.json) as advance:
@@ -190,6 +192,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         keep_seed_bugs=not args.fix_seed_bugs,
+        precision=args.precision,
     )
     data = load(data_cfg)
     summaries = []
@@ -215,6 +218,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         data.name,
         data.sizes(),
         keep_seed_bugs=not args.fix_seed_bugs,
+        precision=args.precision,
     )
     return 0
 
@@ -408,6 +412,10 @@ def build_parser() -> Parser:
     p.add_argument("--val-fraction", type=float, default=0.1, metavar="F")
     p.add_argument("--normalize", action="store_true", help="standardise inputs (the seed: off)")
     p.add_argument("--no-augment", action="store_true", help="turn the seed's augmentation off")
+    p.add_argument(
+        "--precision", default="auto", choices=PRECISIONS,
+        help="auto: bf16 autocast where the hardware has it (CUDA, AVX512-BF16/AMX CPUs)",
+    )  # fmt: skip
     _add_data_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -418,6 +426,10 @@ def build_parser() -> Parser:
         action="store_true",
         help="turn off the CNN's test-time dropout (a bug in the seed)",
     )
+    p.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS,
+        help="fp32 as the seed ran (default); auto for the faster bf16 path where available",
+    )  # fmt: skip
     _add_data_args(p, default_dataset="cifar10")
     p.set_defaults(func=cmd_reproduce)
 

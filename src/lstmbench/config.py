@@ -36,6 +36,7 @@ READOUTS = ("last", "mean")
 LEARNED_INITS = ("fixed", "zero")
 DATASETS = ("synthetic", "cifar10", "caltech101", "flowers102", "imagefolder")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 class ConfigError(ValueError):
@@ -180,6 +181,9 @@ class TrainConfig:
     normalize: bool = False
     seed: int = 0
     device: str = "auto"
+    # "auto": bfloat16 autocast where the hardware has bf16 units (CUDA; CPUs with AVX512-BF16 or
+    # AMX), else float32. "fp32" is what the seed ran; `reproduce` uses it.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -201,6 +205,10 @@ class TrainConfig:
             self.device in ("auto", "cpu", "cuda")
             or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
             f"unknown device {self.device!r}; use {DEVICES_HELP}",
+        )
+        _check(
+            self.precision in PRECISIONS,
+            f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}",
         )
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -468,7 +468,44 @@ def augment_batch(
     flip_p: float = 0.5,
     degrees: float = 20.0,
 ) -> torch.Tensor:
-    """The seed's training augmentation (crop, flip, rotation), for a float batch in [0, 1]."""
-    images = random_crop(images, crop_padding, generator)
-    images = random_hflip(images, generator, flip_p)
-    return random_rotate(images, degrees, generator)
+    """The seed's training augmentation (crop, flip, rotation) for a whole batch, as one gather.
+
+    The same images as ``random_rotate(random_hflip(random_crop(...)))`` from the same generator
+    (same draws, in the same order; a pixel can differ only where a rotated coordinate lands
+    within float rounding of a half-pixel tie), at a fraction of the cost: all three are
+    nearest-neighbour maps, so their composition is one map from each output pixel to a source
+    pixel, or to the zero fill. One gather replaces a pad, an indexed crop, a flip and a
+    ``grid_sample``, and it works on any dtype, so the trainer augments the uint8 batch and
+    converts to float once afterwards.
+    """
+    b, c, h, w = images.shape
+    dev = images.device
+    # Draw exactly what the three reference ops draw, in their order.
+    dy = torch.randint(0, 2 * crop_padding + 1, (b,), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * crop_padding + 1, (b,), generator=generator, device=dev)
+    flip = torch.rand(b, generator=generator, device=dev) < flip_p
+    rad = torch.deg2rad((torch.rand(b, generator=generator, device=dev) * 2 - 1) * degrees)
+    cos, sin = torch.cos(rad)[:, None, None], torch.sin(rad)[:, None, None]
+    # Where each output pixel samples the cropped, flipped image: random_rotate's affine grid
+    # unnormalised as grid_sample does (align_corners=False), in pixels from the centre. The
+    # terms are (B, 1, W) and (B, H, 1), so only their sum is a full-size tensor. A flip mirrors
+    # the column about the centre, and since rounding is symmetric it folds into the signs.
+    xc = (torch.arange(w, device=dev) - (w - 1) / 2)[None, None, :]
+    yc = (torch.arange(h, device=dev) - (h - 1) / 2)[None, :, None]
+    mirror = torch.where(flip, -1.0, 1.0)[:, None, None]
+    col = torch.round(mirror * cos * xc + (-mirror * sin * (w / h) * yc + (w - 1) / 2))
+    row = torch.round(sin * (h / w) * xc + (cos * yc + (h - 1) / 2))
+    # The pixel must lie inside the rotated image (else rotation's zero fill) and, moved by the
+    # crop offset, inside the original image (else the crop's zero padding).
+    shift_x, shift_y = (dx - crop_padding)[:, None, None], (dy - crop_padding)[:, None, None]
+    inside = (
+        (col >= (-shift_x).clamp(min=0))
+        & (col < (w - shift_x).clamp(max=w))
+        & (row >= (-shift_y).clamp(min=0))
+        & (row < (h - shift_y).clamp(max=h))
+    )
+    index = torch.add(col, row, alpha=w).add_(shift_y * w + shift_x)
+    # Outside pixels read index h*w: a zero pixel appended to every channel.
+    index = torch.where(inside, index, h * w).long().view(b, 1, h * w).expand(b, c, h * w)
+    source = torch.cat([images.reshape(b, c, h * w), images.new_zeros(b, c, 1)], dim=2)
+    return source.gather(2, index).view(b, c, h, w)
