@@ -26,7 +26,7 @@ reason (the real worker's ``gc.collect()`` is CPU time, not storage time). Two o
   attributes (config, variant, device, hostname, version), 2 intermediate values each followed by
   ``should_prune()``, then a constant;
 * ``worker``: the real ``lstmbench.worker`` objective with ``train`` replaced by a stub that
-  reports 2 epochs: the surplus check, 5 + 2 x 2 + 6 = 15 user attributes, 2 intermediate values.
+  reports 2 epochs: the surplus check, 5 + 2 x 2 + 7 = 16 user attributes, 2 intermediate values.
 
 Each (storage, profile) runs ``--warmup`` untimed trials and then ``--trials`` timed ones in a fresh
 study, ``--repeats`` times; the storages run in a rotated order on every repeat, so that load from
@@ -233,6 +233,7 @@ def _stub_train(config: Any, data: Any, on_epoch: Any, evaluate_test: bool = Fal
         train_seconds=0.0,
         samples_per_second=0.0,
         device="cpu",
+        precision="fp32",
     )
 
 

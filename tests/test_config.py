@@ -69,6 +69,7 @@ def test_from_dict_names_unknown_keys() -> None:
         (lambda: TrainConfig(lr=float("inf")), "learning rate"),
         (lambda: TrainConfig(lr=-1.0), "learning rate"),
         (lambda: TrainConfig(device="cuda:x"), "unknown device"),
+        (lambda: TrainConfig(precision="fp16"), "unknown precision"),
     ],
 )
 def test_invalid_values_raise_one_line(build, needle: str) -> None:
@@ -82,6 +83,12 @@ def test_replace_revalidates() -> None:
     assert config.replace(seed=3).seed == 3
     with pytest.raises(ConfigError):
         config.replace(batch_size=0)
+
+
+def test_seed_runs_in_float32() -> None:
+    from lstmbench.seed import seed_configs
+
+    assert {c.precision for c in seed_configs(DataConfig())} == {"fp32"}
 
 
 def test_seed_defaults() -> None:

@@ -409,3 +409,26 @@ def test_augmentation_deterministic_in_generator(fn) -> None:
     a, b, c = fn(x, _gen(11)), fn(x, _gen(11)), fn(x, _gen(12))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize(
+    ("size", "padding", "degrees"), [(32, 5, 20.0), (12, 3, 45.0), (9, 2, 0.0)]
+)
+def test_fused_augment_equals_crop_flip_rotate_in_sequence(
+    size: int, padding: int, degrees: float
+) -> None:
+    """augment_batch is one gather standing in for the three reference ops; same draws, same
+    images (a pixel may differ only at a float tie of the rotation's rounding)."""
+    x = torch.randint(1, 256, (64, 3, size, size), generator=_gen(7)).float()
+    for seed in range(5):
+        g = _gen(seed)
+        reference = random_rotate(random_hflip(random_crop(x, padding, g), g), degrees, g)
+        fused = augment_batch(x, _gen(seed), crop_padding=padding, degrees=degrees)
+        assert (fused != reference).float().mean().item() <= 1e-4, f"seed {seed}"
+
+
+def test_fused_augment_works_on_uint8_as_on_float() -> None:
+    x8 = torch.randint(0, 256, (32, 3, 16, 16), generator=_gen(8), dtype=torch.uint8)
+    out8 = augment_batch(x8, _gen(9))
+    assert out8.dtype == torch.uint8
+    assert torch.equal(out8.float(), augment_batch(x8.float(), _gen(9)))

@@ -20,6 +20,7 @@ from lstmbench.train import (
     TrainResult,
     evaluate,
     resolve_device,
+    resolve_precision,
     train,
 )
 
@@ -278,3 +279,45 @@ def test_evaluate_batches_large_inputs(monkeypatch) -> None:
     ev = evaluate(model, torch.zeros(10, 3, 4, 4, dtype=torch.uint8), labels, torch.device("cpu"))
     assert len(model.mode_seen) == 4  # ceil(10 / 3)
     assert len(ev.predictions) == 10 and ev.accuracy == pytest.approx(0.5)
+
+
+# --- precision ------------------------------------------------------------------------------------
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("fp32", cuda) == "fp32"
+    for bf16_units in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda b=bf16_units: b)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_precision("auto", cpu) == ("bf16" if bf16_units else "fp32")
+        assert resolve_precision("bf16", cpu) == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_train_and_are_recorded(small_data_config, small_data, precision) -> None:
+    result = train(_config(small_data_config, precision=precision, epochs=1), small_data)
+    summary = result.summary()
+    assert summary["precision"] == precision
+    assert summary["config"]["precision"] == precision
+    assert math.isfinite(result.loss_curve[0])
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+def test_bf16_runs_in_bf16_and_fp32_does_not(small_data_config, small_data, monkeypatch) -> None:
+    """The policy reaches the model: under bf16 the LSTM's output is bfloat16."""
+    seen: list[torch.dtype] = []
+    original = nn.LSTM.forward
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        seen.append(out[0].dtype)
+        return out
+
+    monkeypatch.setattr(nn.LSTM, "forward", spy)
+    train(_config(small_data_config, precision="bf16", epochs=1), small_data)
+    assert seen and seen[0] == torch.bfloat16
+    seen.clear()
+    train(_config(small_data_config, precision="fp32", epochs=1), small_data)
+    assert seen and set(seen) == {torch.float32}

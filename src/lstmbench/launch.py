@@ -31,6 +31,7 @@ from lstmbench.storage import count_trials, ensure_study, mask_url, open_storage
 __all__ = ["WorkerProcess", "launch", "parse_devices"]
 
 log = logging.getLogger(__name__)
+POLL_SECONDS = 2.0  # progress refresh period of the launcher
 
 
 def parse_devices(text: str) -> list[str]:
@@ -166,11 +167,11 @@ def _monitor(study: optuna.Study, spec: StudySpec, procs: list[WorkerProcess], s
             alive = [w for w in procs if w.process.poll() is None]
             try:
                 counts = count_trials(study)
-                best = _best_value(study)
             except Exception as exc:  # the storage may blink; the workers retry on their own
                 log.debug("progress poll failed: %s", exc)
-                time.sleep(1.0)
+                time.sleep(POLL_SECONDS)
                 continue
+            best = counts.best
             info = (f"best {best:.4f}" if best is not None else "best –") + (
                 f" · running {counts.running} · pruned {counts.pruned} · failed {counts.failed}"
                 f" · workers {len(alive)}/{len(procs)}"
@@ -182,11 +183,5 @@ def _monitor(study: optuna.Study, spec: StudySpec, procs: list[WorkerProcess], s
                 last_line = line
             if not alive:
                 return
-            time.sleep(1.0)
-
-
-def _best_value(study: optuna.Study) -> float | None:
-    try:
-        return float(study.best_value)
-    except ValueError:  # no completed trial yet
-        return None
+            # Every poll reads the whole study; on a small machine it competes with training.
+            time.sleep(POLL_SECONDS)

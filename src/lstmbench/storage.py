@@ -281,7 +281,9 @@ def ensure_study(spec: Any, storage: BaseStorage, url: str) -> optuna.Study:
     study.set_user_attr(SPEC_ATTR, spec.resolved)
     study.set_user_attr(HASH_ATTR, spec.search_hash())
     study.set_user_attr(VERSION_ATTR, __version__)
-    study.set_metric_names([spec.metric])
+    with warnings.catch_warnings():  # experimental only in name; the dashboard shows it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])
     for params in spec.enqueue:
         study.enqueue_trial(params)
     log.info("created study %r in %s", spec.name, mask_url(url))
@@ -342,6 +344,7 @@ class StudyCounts:
     running: int
     waiting: int
     failed: int
+    best: float | None = None  # the best completed value so far (single-objective studies)
 
     @property
     def finished(self) -> int:
@@ -350,16 +353,23 @@ class StudyCounts:
 
 
 def count_trials(study: optuna.Study) -> StudyCounts:
+    """Trial counts by state and the best value, from one read of the study's trials."""
     trials = study.get_trials(deepcopy=False)
     by_state = {state: 0 for state in TrialState}
     for t in trials:
         by_state[t.state] += 1
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    best = None
+    if values and len(study.directions) == 1:
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = max(values) if maximize else min(values)
     return StudyCounts(
         complete=by_state[TrialState.COMPLETE],
         pruned=by_state[TrialState.PRUNED],
         running=by_state[TrialState.RUNNING],
         waiting=by_state[TrialState.WAITING],
         failed=by_state[TrialState.FAIL],
+        best=best,
     )
 
 

@@ -48,6 +48,7 @@ TRIAL_ATTRS = (
     "train_seconds",
     "samples_per_second",
     "device",
+    "precision",
     "hostname",
     "lstmbench_version",
 )
@@ -141,6 +142,7 @@ def _objective(
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("samples_per_second", round(result.samples_per_second, 1))
         trial.set_user_attr("device", result.device)
+        trial.set_user_attr("precision", result.precision)
         return result.val.accuracy
 
     return objective
