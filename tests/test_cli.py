@@ -131,6 +131,18 @@ def test_reproduce_json(capsys) -> None:
     assert summaries[0]["config"]["model"]["seed_eval_dropout"] is True
 
 
+def test_reproduce_prints_its_table(capsys) -> None:
+    """Without --json, reproduce ends in the table beside the seed's figures, not a traceback."""
+    argv = ["reproduce", "--dataset", "synthetic", "--epochs", "1", "--limit-train", "260",
+            "--limit-test", "50", "--device", "cpu"]  # fmt: skip
+    code = run_cli(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Seed study reproduced on synthetic" in out and "fp32" in out
+    for v in SEED_VARIANTS:
+        assert v in out
+
+
 def test_console_script_entry_point(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "lstmbench"
     if not script.exists():
@@ -230,7 +242,7 @@ def test_published_figures() -> None:
 def test_reproduce_table(capsys) -> None:
     summaries = [
         {"variant": v, "train_accuracy": 0.5, "test_accuracy": 0.4, "test_macro_f1": 0.3,
-         "params": 1000 + i, "train_seconds": 2.0, "epochs": 1}
+         "params": 1000 + i, "train_seconds": 2.0, "epochs": 1, "precision": "fp32"}
         for i, v in enumerate(SEED_VARIANTS)
     ]  # fmt: skip
     print_reproduce_table(

@@ -125,3 +125,19 @@ def test_compose_file_is_valid_for_a_real_implementation() -> None:
         env={k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"},
     )
     assert bare.returncode != 0 and "POSTGRES_PASSWORD" in bare.stderr
+
+
+def test_every_k8s_volume_claim_is_defined_in_the_example() -> None:
+    """A pod whose claim nobody creates stays Pending for ever."""
+    claims, defined = set(), set()
+    for path in sorted((DOCKER / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            doc = doc or {}
+            if doc.get("kind") == "PersistentVolumeClaim":
+                defined.add(doc["metadata"]["name"])
+            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for volume in pod.get("volumes", []):
+                if "persistentVolumeClaim" in volume:
+                    claims.add(volume["persistentVolumeClaim"]["claimName"])
+    assert claims, "no pod mounts a claim: the test no longer sees the manifests"
+    assert claims <= defined, f"claims used but never defined: {sorted(claims - defined)}"

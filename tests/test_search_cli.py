@@ -51,6 +51,15 @@ BAD_STORAGES: dict[str, tuple[str, str]] = {
     ),
     "sqlite-missing-dir": ("sqlite:///{tmp}/missing/dir/x.db", "does not exist"),
 }
+# Bad input caught before any storage is opened: run with the embedded default storage, so a
+# command that opened it too early would leave ./lstmbench.db behind. case → (command, extra
+# arguments after the study file, what the error line must say).
+BAD_BEFORE_STORAGE: dict[str, tuple[str, list[str], str]] = {
+    "worker-unknown-device": ("worker", ["--device", "tpu"], "unknown device 'tpu'"),
+    "worker-absent-gpu": ("worker", ["--device", "cuda:99"], "device 'cuda:99' asked for"),
+    "launch-absent-gpu": ("launch", ["--devices", "cuda:99"], "device 'cuda:99' asked for"),
+    "status-no-study": ("status", [], "lstmbench.db"),
+}
 # `study create` and `launch` open a storage the same way, `worker` with heartbeats on top; each
 # run costs seconds (importing torch), so launch is tried where it matters most: a server down.
 BAD_STORAGE_RUNS = [
@@ -90,6 +99,8 @@ def bad_runs(
     for case, command in BAD_STORAGE_RUNS:
         url = BAD_STORAGES[case][0].format(tmp=root)
         jobs[command, case] = [*command.split(), str(good), "--storage", url]
+    for case, (command, extra, _) in BAD_BEFORE_STORAGE.items():
+        jobs["before-storage", case] = [command, str(good), *extra]
     results = cli_many(list(jobs.values()), lstmbench_env, work)
     return {
         "root": root,
@@ -120,6 +131,16 @@ def test_bad_storage_is_one_line_and_creates_nothing(
     assert BAD_STORAGES[case][1] in line, line
     assert SECRET not in result.output
     assert not (bad_runs["root"] / "missing").exists()
+    assert list(bad_runs["work"].iterdir()) == []  # no lstmbench.db, no lstmbench-logs
+
+
+@pytest.mark.parametrize("case", BAD_BEFORE_STORAGE)
+def test_bad_device_or_missing_study_creates_no_storage(
+    case: str, bad_runs: dict[str, Any]
+) -> None:
+    command, _, needle = BAD_BEFORE_STORAGE[case]
+    line = _one_line_error(bad_runs["results"]["before-storage", case], command)
+    assert needle in line, line
     assert list(bad_runs["work"].iterdir()) == []  # no lstmbench.db, no lstmbench-logs
 
 

@@ -38,6 +38,7 @@ from dbs import (  # noqa: F401  (pytest fixtures are imported, then used as arg
     wait_for,
     write_study,
 )
+from lstmbench.space import load_study_file
 from lstmbench.worker import TRIAL_ATTRS
 
 STORAGES = ("postgresql", "mariadb", "sqlite", "journal")
@@ -265,3 +266,24 @@ def test_workers_share_a_study_through_the_grpc_storage_proxy(
     assert len(finished) == spec["budget"]["trials"], Counter(t.state.name for t in trials)
     assert {t.params["variant"] for t in finished} == VARIANTS
     assert all(t.user_attrs["val_accuracy"] == pytest.approx(t.value) for t in finished)
+
+
+@pytest.mark.slow
+def test_the_shipped_demo_study_completes_on_the_embedded_default(
+    tmp_path: Path, lstmbench_env: dict[str, str]
+) -> None:
+    """`lstmbench launch studies/demo.toml --workers 2`, as the README has it: no --storage, so
+    the study lands in ./lstmbench.db; every variant gets its equal share."""
+    study_file = Path(__file__).resolve().parents[1] / "studies" / "demo.toml"
+    result = cli(["launch", str(study_file), "--workers", "2"], lstmbench_env, tmp_path, 300)
+    assert result.returncode == 0, result.explain()
+    assert (tmp_path / "lstmbench.db").is_file()
+    spec = load_study_file(study_file)
+    trials = all_trials(f"sqlite:///{tmp_path / 'lstmbench.db'}", spec.name)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == spec.target_trials
+    share = spec.target_trials // len(spec.variants)
+    assert Counter(t.params["variant"] for t in finished) == {v: share for v in spec.variants}
+    for t in finished:
+        assert not [a for a in TRIAL_ATTRS if a not in t.user_attrs], t.number

@@ -218,7 +218,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         data.name,
         data.sizes(),
         keep_seed_bugs=not args.fix_seed_bugs,
-        precision=args.precision,
     )
     return 0
 
@@ -294,7 +293,7 @@ def _print_status(name: str, url: str) -> None:
     from lstmbench.report import print_status
     from lstmbench.storage import load_existing_study, open_storage, summarize_by_variant
 
-    study = load_existing_study(name, open_storage(url), url)
+    study = load_existing_study(name, open_storage(url, must_exist=True), url)
     print_status(study, summarize_by_variant(study), url)
 
 

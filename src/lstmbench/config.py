@@ -43,6 +43,11 @@ class ConfigError(ValueError):
     """A user-facing configuration mistake. Its message is one line that says how to fix it."""
 
 
+def is_device_name(name: str) -> bool:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``: the device names every command accepts."""
+    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -201,11 +206,7 @@ class TrainConfig:
         _finite(self.lr, "learning rate")
         _check(self.lr > 0, f"learning rate must be positive, got {self.lr}")
         _check(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
-        _check(
-            self.device in ("auto", "cpu", "cuda")
-            or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
-            f"unknown device {self.device!r}; use {DEVICES_HELP}",
-        )
+        _check(is_device_name(self.device), f"unknown device {self.device!r}; use {DEVICES_HELP}")
         _check(
             self.precision in PRECISIONS,
             f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}",

@@ -75,6 +75,9 @@ def run_demo(
     say.print("\nExports: " + ", ".join(str(p) for paths in written.values() for p in paths))
     say.print(f"[bold]4/4[/bold] done in {time.perf_counter() - started:.0f} s. "
               "Open the dashboard (leaderboard note and plots included):")  # fmt: skip
-    flag = f" --storage {mask_url(url)}" if storage else ""
+    # The storage is printed in full only when it holds no password: a masked URL would not work.
+    flag = ""
+    if storage:
+        flag = f" --storage {url}" if mask_url(url) == url else " --storage <your URL>"
     say.print(f"\n    [bold]lstmbench dashboard{flag}[/bold]   → http://127.0.0.1:8080/\n")
     return 0

@@ -7,6 +7,7 @@ import base64
 import csv
 import hashlib
 import html
+import itertools
 import json
 import logging
 import math
@@ -111,7 +112,7 @@ def print_leaderboard(board: Leaderboard) -> None:
 
     table = Table(title=f"Leaderboard · {board.study} · {board.dataset}", title_justify="left")
     cols = ["#", "variant", "trials", "val acc", "test acc ± CI", "macro-F1 ± CI", "Δ vs cnn",
-            "p", "Δ vs lstm", "p", "params", "s/run"]  # fmt: skip
+            "p", "Δ vs lstm", "p", "params", "s/run", "samples/s"]  # fmt: skip
     if _has_seed_figures(board):
         cols.append("seed acc")
     for col in cols:
@@ -131,6 +132,7 @@ def print_leaderboard(board: Leaderboard) -> None:
             _p(row.p_vs_lstm),
             "–" if row.params is None else f"{row.params / 1000:,.0f}k",
             "–" if row.train_seconds is None else f"{row.train_seconds:.1f}",
+            "–" if row.samples_per_second is None else f"{row.samples_per_second:,.0f}",
         ]
         if _has_seed_figures(board):
             cells.append(fmt((row.seed_published or {}).get("test_accuracy"), 3))
@@ -241,6 +243,7 @@ def _plot_history(study: optuna.Study, board: Leaderboard, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(10, 5))
     colours = plt.get_cmap("tab20").colors
@@ -250,10 +253,11 @@ def _plot_history(study: optuna.Study, board: Leaderboard, path: Path) -> None:
                   if _trial_variant(t) == row.variant and t.value is not None]  # fmt: skip
         if not values:
             continue
-        best = [max(values[: k + 1]) for k in range(len(values))]
+        best = list(itertools.accumulate(values, max))
         ax.step(range(1, len(best) + 1), best, where="post", marker="o", ms=3,
                 lw=2.6 if row.variant == "cnn" else 1.3, color=colours[i % len(colours)],
                 label=row.variant)  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials come in whole numbers
     ax.set_xlabel("completed trials of the variant")
     ax.set_ylabel("best validation accuracy so far")
     ax.set_title(f"Optimisation history per variant · {board.study}")

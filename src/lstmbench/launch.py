@@ -23,10 +23,11 @@ from types import FrameType
 
 import optuna
 
-from lstmbench.config import ConfigError
+from lstmbench.config import ConfigError, is_device_name
 from lstmbench.data import load
 from lstmbench.space import StudySpec
 from lstmbench.storage import count_trials, ensure_study, mask_url, open_storage
+from lstmbench.train import resolve_device
 
 __all__ = ["WorkerProcess", "launch", "parse_devices"]
 
@@ -38,7 +39,7 @@ def parse_devices(text: str) -> list[str]:
     """``"cuda:0,cuda:1"`` or ``"cpu"`` → a list of devices."""
     devices = [d.strip() for d in text.split(",") if d.strip()]
     for d in devices:
-        if d not in ("cpu", "cuda") and not (d.startswith("cuda:") and d[5:].isdigit()):
+        if d == "auto" or not is_device_name(d):
             raise ConfigError(f"unknown device {d!r} in --devices; use cpu or cuda:N[,cuda:M...]")
     if not devices:
         raise ConfigError("--devices is empty; use cpu or cuda:0,cuda:1,...")
@@ -84,8 +85,12 @@ def launch(
     """Run ``workers`` worker processes until the study holds its target; return an exit code."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    # Devices and data are checked before the storage is opened: bad input must leave nothing
+    # behind, not even an empty SQLite file. Loading also decodes once, so workers hit the cache.
+    for device in devices:
+        resolve_device(device)
+    load(spec.data)
     storage = open_storage(url)
-    load(spec.data)  # fail early on bad data, and decode once so workers start from the cache
     study = ensure_study(spec, storage, url)
     log_dir = log_dir or Path("lstmbench-logs") / spec.name
     log_dir.mkdir(parents=True, exist_ok=True)

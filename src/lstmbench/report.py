@@ -60,8 +60,9 @@ def print_reproduce_table(
     keep_seed_bugs: bool,
 ) -> None:
     epochs = summaries[0]["epochs"] if summaries else 0
+    precisions = "/".join(sorted({s["precision"] for s in summaries})) or "–"
     table = Table(
-        title=f"Seed study reproduced on {dataset} · {epochs} epoch(s) · "
+        title=f"Seed study reproduced on {dataset} · {epochs} epoch(s) · {precisions} · "
         f"train {sizes['train']} / test {sizes['test']} images",
         title_justify="left",
     )

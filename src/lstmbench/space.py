@@ -56,6 +56,7 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "parse_study",
+    "rotation_slot",
     "suggest",
 ]
 
@@ -479,7 +480,15 @@ def suggest(trial: optuna.Trial, spec: StudySpec, device: str = "auto") -> Train
 
 
 class BalancedSampler(BaseSampler):
-    """Wraps a sampler; the ``variant`` of trial ``n`` is ``variants[n mod k]``."""
+    """Wraps a sampler and hands out the ``variant`` in turn: ``variants[slot mod k]``.
+
+    A trial's slot is its number less the trials numbered before it whose variant was fixed in
+    advance: enqueued trials and the re-runs of trials whose worker was lost. Those bring their
+    own variant, so they must not take another variant's turn. Trial numbers come from the
+    storage, so the rotation is the same whichever worker draws, and exact across any number of
+    them. A trial that fails in training still counts as its variant's turn: the variant's own
+    configuration failed.
+    """
 
     def __init__(self, base: BaseSampler, variants: Sequence[str]) -> None:
         self._base = base
@@ -504,7 +513,7 @@ class BalancedSampler(BaseSampler):
         param_distribution: BaseDistribution,
     ) -> Any:
         if param_name == "variant":
-            return self._variants[trial.number % len(self._variants)]
+            return self._variants[rotation_slot(study, trial) % len(self._variants)]
         return self._base.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -517,6 +526,18 @@ class BalancedSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         self._base.reseed_rng()
+
+
+def rotation_slot(study: optuna.Study, trial: FrozenTrial) -> int:
+    """``trial``'s turn in the balanced rotation (see ``BalancedSampler``)."""
+    earlier = study.get_trials(deepcopy=False)
+    fixed = sum(
+        1
+        for t in earlier
+        if t.number < trial.number
+        and ("fixed_params" in t.system_attrs or "failed_trial" in t.system_attrs)
+    )
+    return trial.number - fixed
 
 
 def make_sampler(spec: StudySpec, worker_seed: int = 0) -> BaseSampler:

@@ -42,6 +42,7 @@ __all__ = [
     "StudyCounts",
     "count_trials",
     "ensure_study",
+    "is_connection_error",
     "load_existing_study",
     "mask_url",
     "open_storage",
@@ -93,7 +94,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _NOT_RETRIED = {"create_new_trial", "create_new_study"}
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
@@ -112,7 +113,7 @@ def _retrying(method: F, name: str, attempts: int, first_delay: float) -> F:
             try:
                 return method(*args, **kwargs)
             except Exception as exc:
-                if attempt == attempts or not _is_connection_error(exc):
+                if attempt == attempts or not is_connection_error(exc):
                     raise
                 log.warning(
                     "storage %s failed (%s); retry %d/%d in %.1fs",
@@ -238,7 +239,7 @@ def _create_rdb_storage(
         except (sqlalchemy.exc.IntegrityError, optuna.exceptions.StorageInternalError) as exc:
             error: Exception = exc
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            if not _is_connection_error(exc):
+            if not is_connection_error(exc):
                 raise
             error = exc
         if attempt == attempts:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 
-from lstmbench.config import ConfigError, TrainConfig, to_dict
+from lstmbench.config import DEVICES_HELP, ConfigError, TrainConfig, is_device_name, to_dict
 from lstmbench.data import ImageData, augment_batch
 from lstmbench.models import build, count_parameters
 
@@ -109,12 +109,19 @@ class TrainResult:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when present, else CPU. A named CUDA device must exist."""
+    """``auto`` → CUDA when present, else CPU. A named CUDA device must exist on this machine."""
+    if not is_device_name(name):
+        raise ConfigError(f"unknown device {name!r}; use {DEVICES_HELP}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+            "device(s); use cuda:0 to cuda:N-1"
+        )
     return device
 
 

@@ -32,8 +32,8 @@ from lstmbench import __version__
 from lstmbench.config import to_dict
 from lstmbench.data import ImageData, load
 from lstmbench.space import StudySpec, make_pruner, make_sampler, suggest
-from lstmbench.storage import count_trials, ensure_study, open_storage
-from lstmbench.train import EpochMetrics, train
+from lstmbench.storage import count_trials, ensure_study, is_connection_error, open_storage
+from lstmbench.train import EpochMetrics, resolve_device, train
 
 __all__ = ["TRIAL_ATTRS", "WorkerInterrupted", "WorkerOptions", "WorkerReport", "run_worker"]
 
@@ -108,12 +108,6 @@ def _objective(
         if _is_surplus(trial.study, trial, spec.target_trials):
             trial.set_user_attr("fail_reason", "surplus: the target was reached by other workers")
             raise SurplusTrialError(f"trial {trial.number} is past the study's target")
-        config = suggest(trial, spec, device)
-        trial.set_user_attr("config", to_dict(config))
-        trial.set_user_attr("variant", config.model.variant)
-        trial.set_user_attr("device", device)
-        trial.set_user_attr("hostname", hostname)
-        trial.set_user_attr("lstmbench_version", __version__)
 
         def on_epoch(epoch: int, metrics: EpochMetrics) -> None:
             trial.set_user_attr("val_macro_f1", metrics.val_macro_f1)
@@ -122,7 +116,13 @@ def _objective(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        try:
+        try:  # from the suggestion on: whatever fails is this trial's failure, with its reason
+            config = suggest(trial, spec, device)
+            trial.set_user_attr("config", to_dict(config))
+            trial.set_user_attr("variant", config.model.variant)
+            trial.set_user_attr("device", device)
+            trial.set_user_attr("hostname", hostname)
+            trial.set_user_attr("lstmbench_version", __version__)
             result = train(config, data, on_epoch, evaluate_test=False)
         except optuna.TrialPruned:
             raise
@@ -162,33 +162,62 @@ def _fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _run_trials(
+    study: optuna.Study,
+    spec: StudySpec,
+    objective: optuna.study.study.ObjectiveFuncType,
+    options: WorkerOptions,
+    report: WorkerReport,
+) -> None:
+    """One trial at a time until the study holds its target, riding out storage outages.
+
+    The storage retries its own calls, but creating a trial is deliberately not retried (a lost
+    acknowledgement would create it twice); when the database is gone longer than the retries
+    last, the worker waits and starts the turn again instead of dying.
+    """
+    outage_delay = options.poll_seconds
+    while options.max_trials is None or report.ran < options.max_trials:
+        try:
+            _fail_stale_trials(study)
+            counts = count_trials(study)
+            if counts.finished >= spec.target_trials:
+                return
+            if counts.finished + counts.running >= spec.target_trials:
+                time.sleep(options.poll_seconds)  # others are finishing the last trials
+                continue
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            log.warning("storage unreachable (%s); trying again in %.0fs", exc, outage_delay)
+            time.sleep(outage_delay)
+            outage_delay = min(outage_delay * 2, 60.0)
+            continue
+        outage_delay = options.poll_seconds
+        report.ran += 1
+
+
 def run_worker(spec: StudySpec, url: str, options: WorkerOptions) -> WorkerReport:
     """Run trials of ``spec``'s study in ``url`` until it holds its target (or ``max_trials``)."""
     interval = options.heartbeat_interval or spec.heartbeat_interval
-    storage = open_storage(url, heartbeat_interval=interval, max_retries=spec.max_retries)
-    data = load(spec.data)  # before touching the study: bad data must not leave a study behind
-    ensure_study(spec, storage, url)
-    index = options.worker_index if options.worker_index is not None else os.getpid()
-    study = optuna.load_study(
-        study_name=spec.name,
-        storage=storage,
-        sampler=make_sampler(spec, worker_seed=index),
-        pruner=make_pruner(spec),
-    )
-    objective = _objective(spec, data, options.device)
     report = WorkerReport()
+    # Signals are turned into WorkerInterrupted from the start, so that a worker stopped while it
+    # is still loading data or opening the storage exits as cleanly as one stopped mid-trial.
     with _interruptible():
         try:
-            while options.max_trials is None or report.ran < options.max_trials:
-                _fail_stale_trials(study)
-                counts = count_trials(study)
-                if counts.finished >= spec.target_trials:
-                    break
-                if counts.finished + counts.running >= spec.target_trials:
-                    time.sleep(options.poll_seconds)  # others are finishing the last trials
-                    continue
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-                report.ran += 1
+            # Device and data first: bad input must leave nothing in (or as) the storage.
+            resolve_device(options.device)
+            data = load(spec.data)
+            storage = open_storage(url, heartbeat_interval=interval, max_retries=spec.max_retries)
+            ensure_study(spec, storage, url)
+            index = options.worker_index if options.worker_index is not None else os.getpid()
+            study = optuna.load_study(
+                study_name=spec.name,
+                storage=storage,
+                sampler=make_sampler(spec, worker_seed=index),
+                pruner=make_pruner(spec),
+            )
+            _run_trials(study, spec, _objective(spec, data, options.device), options, report)
         except WorkerInterrupted as exc:
             log.warning("worker interrupted (%s); the running trial is marked failed", exc)
             report.interrupted = True
