@@ -497,7 +497,10 @@ def augment_batch(
     row = torch.round(sin * (h / w) * xc + (cos * yc + (h - 1) / 2))
     # The pixel must lie inside the rotated image (else rotation's zero fill) and, moved by the
     # crop offset, inside the original image (else the crop's zero padding).
-    shift_x, shift_y = (dx - crop_padding)[:, None, None], (dy - crop_padding)[:, None, None]
+    # Everything stays in col's float dtype until the final index (exact: values are < 2**24);
+    # mixing in the integer offsets would convert a full-size tensor at every comparison.
+    shift_x = (dx - crop_padding).to(col.dtype)[:, None, None]
+    shift_y = (dy - crop_padding).to(col.dtype)[:, None, None]
     inside = (
         (col >= (-shift_x).clamp(min=0))
         & (col < (w - shift_x).clamp(max=w))
@@ -506,6 +509,6 @@ def augment_batch(
     )
     index = torch.add(col, row, alpha=w).add_(shift_y * w + shift_x)
     # Outside pixels read index h*w: a zero pixel appended to every channel.
-    index = torch.where(inside, index, h * w).long().view(b, 1, h * w).expand(b, c, h * w)
+    index = index.masked_fill_(~inside, h * w).long().view(b, 1, h * w).expand(b, c, h * w)
     source = torch.cat([images.reshape(b, c, h * w), images.new_zeros(b, c, 1)], dim=2)
     return source.gather(2, index).view(b, c, h, w)
