@@ -187,10 +187,20 @@ def test_split_smaller_than_a_batch(small_data_config, small_data) -> None:
 def test_cuda_requested_without_cuda() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here, so asking for it is not an error")
-    with pytest.raises(ConfigError, match="--device cpu"):
+    with pytest.raises(ConfigError, match="CUDA is not available here; use cpu"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_device_names_and_indices_are_checked(monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match="has 1 CUDA device"):
+        resolve_device("cuda:1")
 
 
 # --- results --------------------------------------------------------------------------------------
