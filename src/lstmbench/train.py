@@ -155,8 +155,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` → ``bf16`` where the device has bfloat16 units, else ``fp32``.
 
     bf16 autocast needs no loss scaling. On CUDA the convolutions and LSTM run on tensor cores;
-    on a CPU with AVX512-BF16 or AMX (oneDNN kernels) it measured 1.5x (CNN) to 1.8x (LSTM-512)
-    the float32 step rate on 2 cores (benchmark/RESULTS.md). Without such units it would be
+    on a CPU with AVX512-BF16 or AMX (oneDNN kernels) it measured 1.5-1.6x (LSTMs) and 1.8-1.9x
+    (CNN) the float32 step rate on 2 cores (benchmark/RESULTS.md). Without such units it would be
     emulated and slower, so ``auto`` stays in float32 there.
     """
     if precision != "auto":
