@@ -7,6 +7,7 @@ script's folder first on ``sys.path``, and ``multiprocessing`` spawn children in
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -161,6 +162,31 @@ class CpuMeter:
 
     def busy(self) -> float:
         return self.read()[0]
+
+
+def add_idle_args(parser: argparse.ArgumentParser, before: str) -> None:
+    """``--wait-idle S`` and ``--idle-threshold F``: wait for a quiet machine ``before`` each
+    measurement (see ``wait_idle``)."""
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help=f"before {before} wait up to S s for the CPU to be quieter than --idle-threshold "
+        "(0: do not wait)",
+    )
+    parser.add_argument("--idle-threshold", type=float, default=0.25, metavar="F")
+
+
+def parse_counts(parser: argparse.ArgumentParser, text: str, example: str) -> list[int]:
+    """``"1,2,4"`` → ``[1, 2, 4]``; a parser error unless every count is a positive integer."""
+    try:
+        counts = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        parser.error(f"--workers: a comma-separated list of integers, e.g. {example}")
+    if not counts or min(counts) < 1:
+        parser.error("--workers must be positive")
+    return counts
 
 
 def wait_idle(max_seconds: float, threshold: float) -> float:

@@ -51,7 +51,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from _common import CpuMeter, header_lines, progress, report_stream, table, wait_idle
+from _common import (
+    CpuMeter,
+    add_idle_args,
+    header_lines,
+    parse_counts,
+    progress,
+    report_stream,
+    table,
+    wait_idle,
+)
 
 
 def demo_study(tmp: Path, trials: int | None) -> Path:
@@ -186,22 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="per launch")
     p.add_argument("--tmp", metavar="DIR", help="parent of the temporary folder")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, dbs)")
-    p.add_argument(
-        "--wait-idle",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="before each launch wait up to S s for the CPU to be quieter than "
-        "--idle-threshold (0: do not wait)",
-    )
-    p.add_argument("--idle-threshold", type=float, default=0.25, metavar="F")
+    add_idle_args(p, "each launch")
     args = p.parse_args(argv)
-    try:
-        counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        p.error("--workers: a comma-separated list of integers, e.g. 1,2")
-    if not counts or min(counts) < 1 or args.repeats < 1:
-        p.error("--workers and --repeats must be positive")
+    counts = parse_counts(p, args.workers, "1,2")
+    if args.repeats < 1:
+        p.error("--repeats must be positive")
     if args.trials is not None and args.trials < 1:
         p.error("--trials must be positive")
 

@@ -83,6 +83,7 @@ from _common import (
     MYSQL_ADMIN_URL,
     PG_ADMIN_URL,
     CpuMeter,
+    add_idle_args,
     dispose,
     header_lines,
     progress,
@@ -343,15 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     p.add_argument("--mysql-admin-url", default=MYSQL_ADMIN_URL)
     p.add_argument("--tmp", metavar="DIR", help="where SQLite and journal files go")
-    p.add_argument(
-        "--wait-idle",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="before each repeat wait up to S s for the CPU to be quieter than "
-        "--idle-threshold (0: do not wait)",
-    )
-    p.add_argument("--idle-threshold", type=float, default=0.25, metavar="F")
+    add_idle_args(p, "each repeat")
     args = p.parse_args(argv)
     storages = [s.strip() for s in args.storages.split(",") if s.strip()]
     profiles = [s.strip() for s in args.profile.split(",") if s.strip()]

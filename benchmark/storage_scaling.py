@@ -62,7 +62,9 @@ import sqlalchemy
 from _common import (
     PG_ADMIN_URL,
     CpuMeter,
+    add_idle_args,
     header_lines,
+    parse_counts,
     progress,
     report_stream,
     table,
@@ -347,22 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials-per-worker", type=int, default=10, metavar="N")
     p.add_argument("--heartbeat", type=int, default=5, metavar="S", help="0: no heartbeats")
     p.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
-    p.add_argument(
-        "--wait-idle",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="before each worker count wait up to S s for the CPU to be quieter than "
-        "--idle-threshold (0: do not wait)",
-    )
-    p.add_argument("--idle-threshold", type=float, default=0.25, metavar="F")
+    add_idle_args(p, "each worker count")
     args = p.parse_args(argv)
-    try:
-        counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        p.error("--workers: a comma-separated list of integers, e.g. 1,2,4")
-    if not counts or min(counts) < 1 or args.trials_per_worker < 1:
-        p.error("--workers and --trials-per-worker must be positive")
+    counts = parse_counts(p, args.workers, "1,2,4")
+    if args.trials_per_worker < 1:
+        p.error("--trials-per-worker must be positive")
 
     out = report_stream(args.json)
     limit = max_connections(args.pg_admin_url)
